@@ -1,0 +1,5 @@
+import sys
+
+from roost.cli.main import main
+
+sys.exit(main())
