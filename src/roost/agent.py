@@ -14,6 +14,7 @@ import uvicorn
 from roost.api.app import AgentApp
 from roost.catalog.catalog import Catalog
 from roost.config import AgentConfig, split_host_port
+from roost.dns import DnsServer
 from roost.health.runner import HealthRunner
 from roost.store import open_store
 
@@ -37,12 +38,13 @@ class Agent:
         self.config = config
         self.store = open_store(config)
         self.catalog = Catalog(self.store, node=config.node_name)
-        self.runner = HealthRunner(self.catalog)
+        self.runner = HealthRunner(self.catalog, config=config)
         self.app = AgentApp(self.catalog, self.runner, config)
         self._server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
         self.http_address = ""
         self.dns_address = ""
+        self._dns: DnsServer | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -67,8 +69,14 @@ class Agent:
         self._server.lifespan = uv_config.lifespan_class(uv_config)
         await self._server.startup(sockets=[http_sock])
         self._server_task = asyncio.create_task(self._server.main_loop(), name="roost-http")
+        if self.config.dns_addr:
+            self._dns = DnsServer(self.catalog.state, self.config)
+            self.dns_address = await self._dns.start()
 
     async def stop(self) -> None:
+        if self._dns is not None:
+            await self._dns.stop()
+            self._dns = None
         if self._server is not None:
             self._server.should_exit = True
             if self._server_task is not None:

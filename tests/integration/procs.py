@@ -114,7 +114,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> None:
+def wait_for(
+    predicate: object, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> None:
     """Poll `predicate()` until it is true; fail with `what` after `timeout` seconds."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout
@@ -123,13 +125,17 @@ def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05, w
         try:
             if predicate():
                 return
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else "")
+    )
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "roost", *args],
         capture_output=True,

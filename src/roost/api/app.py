@@ -71,6 +71,7 @@ class AgentApp:
         ok, last_contact = self.catalog.store.connected()
         headers = [
             (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
             (b"x-consul-knownleader", b"true" if ok else b"false"),
             (b"x-consul-lastcontact", str(int(last_contact * 1000)).encode()),
             *response.headers,

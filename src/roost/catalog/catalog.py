@@ -9,18 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
 from roost.catalog.state import CatalogState, check_key, service_key
-from roost.errors import NotFound, ValidationError
+from roost.errors import NotFound, StoreUnavailable, ValidationError
 from roost.model import Check, CheckDefinition, CheckKind, Service, Status
 from roost.model.health import MAINTENANCE_PREFIX, NODE_MAINTENANCE_ID
 from roost.model.validate import MAX_CHECKS_PER_SERVICE, MAX_OUTPUT, validate_check, validate_service
 from roost.store.protocol import Compacted, Store
 
 log = logging.getLogger("roost.catalog")
+
+APPLY_TIMEOUT = 30.0  # seconds a stored write may take to come back through the store's feed
 
 
 def _encode(obj: Service | Check) -> bytes:
@@ -34,6 +36,9 @@ class Catalog:
         self.state = CatalogState(node)
         self._follower: asyncio.Task[None] | None = None
         self._applied: list[tuple[int, asyncio.Future[None]]] = []
+        # Agent policy on top of validate_check (e.g. the health runner's allowed CIDRs): each
+        # raises ValidationError to refuse a check before anything is stored.
+        self.check_guards: list[Callable[[CheckDefinition], None]] = []
 
     async def start(self) -> None:
         index, data = await self.store.snapshot()
@@ -80,7 +85,13 @@ class Catalog:
         if self.state.index < index:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._applied.append((index, future))
-            await future
+            try:
+                await asyncio.wait_for(future, APPLY_TIMEOUT)
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"the write was stored at index {index} but did not come back through the "
+                    f"store's change feed within {APPLY_TIMEOUT:.0f}s"
+                ) from None
         return index
 
     # -- services ----------------------------------------------------------------------------
@@ -102,6 +113,8 @@ class Catalog:
         seen: set[str] = set()
         for check in checks:
             validate_check(check)
+            for guard in self.check_guards:
+                guard(check)
             if check.id in seen:
                 raise ValidationError(f"duplicate CheckID {check.id!r}", field="Check.CheckID")
             seen.add(check.id)
@@ -157,6 +170,8 @@ class Catalog:
 
     async def register_check(self, definition: CheckDefinition) -> int:
         validate_check(definition)
+        for guard in self.check_guards:
+            guard(definition)
         if definition.service_id and definition.service_id not in self.state.services:
             raise NotFound(f"ServiceID {definition.service_id!r} is not registered")
         if definition.service_id:

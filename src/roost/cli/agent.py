@@ -59,7 +59,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--dns-only-passing", action="store_true", help="leave instances with a warning check out of DNS"
     )
     dns.add_argument(
-        "--dns-service-ttl", type=int, default=0, help="TTL of service answers in seconds (default 0)"
+        "--dns-service-ttl",
+        action="append",
+        default=[],
+        metavar="[NAME=]SECONDS",
+        help="TTL of service answers (default 0); NAME=SECONDS for one service (NAME may end in *)",
     )
     dns.add_argument("--dns-node-ttl", type=int, default=0, help="TTL of node answers in seconds (default 0)")
     dns.add_argument("--dns-negative-ttl", type=int, default=0, help="TTL of negative answers (SOA minimum)")
@@ -108,7 +112,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     etcd.add_argument("--etcd-key-file", default=env("ROOST_ETCD_KEY_FILE", ""))
     etcd.add_argument("--etcd-username", default=env("ROOST_ETCD_USERNAME", ""))
     etcd.add_argument("--etcd-password", default=env("ROOST_ETCD_PASSWORD", ""))
+    etcd.add_argument(
+        "--etcd-prefix",
+        default=env("ROOST_ETCD_PREFIX", ""),
+        help="key prefix: instances under <prefix>/services/, checks under <prefix>/roost/ (default none)",
+    )
     p.set_defaults(func=run)
+
+
+def service_ttls(values: list[str]) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """`--dns-service-ttl 5 --dns-service-ttl web=30 --dns-service-ttl 'api-*=10'` -> (5, (...))."""
+    default, per_name = 0, []
+    for value in values:
+        name, sep, seconds = value.rpartition("=")
+        if not seconds.isdigit() or (sep and not name):
+            raise SystemExit(f"roost agent: --dns-service-ttl wants SECONDS or NAME=SECONDS, got {value!r}")
+        if sep:
+            per_name.append((name.lower(), int(seconds)))
+        else:
+            default = int(seconds)
+    return default, tuple(per_name)
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -124,7 +147,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         domain=args.domain,
         alt_domain=args.alt_domain,
         dns_only_passing=args.dns_only_passing,
-        dns_service_ttl=args.dns_service_ttl,
+        dns_service_ttl=service_ttls(args.dns_service_ttl)[0],
+        dns_service_ttls=service_ttls(args.dns_service_ttl)[1],
         dns_node_ttl=args.dns_node_ttl,
         dns_negative_ttl=args.dns_negative_ttl,
         dns_recursors=tuple(args.dns_recursor),
@@ -140,6 +164,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         etcd_key_file=args.etcd_key_file,
         etcd_username=args.etcd_username,
         etcd_password=args.etcd_password,
+        etcd_prefix=args.etcd_prefix,
     )
 
 

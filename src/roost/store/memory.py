@@ -13,7 +13,7 @@ class MemoryStore:
     name = "memory"
 
     def __init__(self) -> None:
-        self._index = 0
+        self._index = 1  # as etcd: an empty store is at 1, the first write gets 2
         self._data: dict[str, tuple[int, int, bytes]] = {}
         self._feed = LocalFeed()
 

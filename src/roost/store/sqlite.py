@@ -49,7 +49,9 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         db = self._connect()
         row = db.execute("SELECT value FROM meta WHERE name = 'index'").fetchone()
-        self._index = int(row[0]) if row else 0
+        # As etcd: an empty store is at index 1 and the first write gets 2, so index 1, the floor
+        # the API reports, is never the index of a change a watcher could miss.
+        self._index = int(row[0]) if row else 1
         db.close()
         self._thread = threading.Thread(target=self._writer, name="roost-sqlite-writer", daemon=True)
         self._thread.start()
@@ -89,7 +91,7 @@ class SqliteStore:
                 db.execute("COMMIT")
             finally:
                 db.close()
-            return (int(row[0]) if row else 0), {k: (c, m, bytes(v)) for k, c, m, v in rows}
+            return (int(row[0]) if row else 1), {k: (c, m, bytes(v)) for k, c, m, v in rows}
 
         return await asyncio.to_thread(read)
 
