@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -33,6 +34,15 @@ def bind(addr: str, default_port: int, kind: int = socket.SOCK_STREAM) -> socket
     return sock
 
 
+def raise_open_file_limit() -> None:
+    """Blocking queries hold a socket each: let 10,000 watchers in, up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -47,6 +57,7 @@ class Agent:
         self._dns: DnsServer | None = None
 
     async def start(self) -> None:
+        raise_open_file_limit()
         await self.store.open()
         await self.catalog.start()
         await self.runner.start()
