@@ -9,6 +9,7 @@ build an `EtcdCluster` yourself and `stop()` it. Members kill, restart, and repo
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import signal
 import ssl
@@ -235,3 +236,16 @@ def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
     cluster = EtcdCluster(tmp_path / "etcd", 3).start()
     yield cluster
     cluster.stop()
+
+
+def etcdctl(cluster: EtcdCluster, *args: str) -> str:
+    """Run etcdctl (API v3) against the cluster; later `--endpoints` in args win."""
+    out = subprocess.run(
+        ["etcdctl", "--endpoints", cluster.endpoints, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout

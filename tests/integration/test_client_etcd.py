@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 
 from roost.client import Discovery, EtcdRegistration, EtcdStrategy
-from tests.integration.etcd_cluster import EtcdCluster, etcd1  # noqa: F401
-
-
-def etcdctl(cluster: EtcdCluster, *args: str) -> str:
-    out = subprocess.run(
-        ["etcdctl", "--endpoints", cluster.endpoints, *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin:/usr/local/bin"},
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+from tests.integration.etcd_cluster import EtcdCluster, etcd1, etcdctl  # noqa: F401
 
 
 async def wait_until(discovery: Discovery, name: str, want: set[str], timeout: float = 10.0) -> float:

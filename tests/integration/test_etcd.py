@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.etcd_cluster import EtcdCluster, etcd1, etcd3  # noqa: F401
+from tests.integration.etcd_cluster import EtcdCluster, etcd1, etcd3, etcdctl  # noqa: F401
 from tests.integration.procs import AgentProcess, wait_for
 
 StartAgent = Callable[..., AgentProcess]
@@ -37,18 +37,6 @@ def ids(agent: AgentProcess, name: str) -> set[str]:
     r = httpx.get(f"{agent.url}/v1/health/service/{name}", timeout=5)
     assert r.status_code == 200, r.text
     return {e["Service"]["ID"] for e in r.json()}
-
-
-def etcdctl(cluster: EtcdCluster, *args: str) -> str:
-    out = subprocess.run(
-        ["etcdctl", "--endpoints", cluster.endpoints, *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin:/usr/local/bin"},
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 async def test_registration_on_a_is_visible_on_b_and_wakes_its_watchers(

@@ -376,36 +376,8 @@ def test_connect_timeout_is_a_504(stack: Stack) -> None:
                 c.close()
 
 
-def test_close_delimited_response_is_passed_whole(stack: Stack) -> None:
-    """An upstream answer with neither length nor chunking ends at the close, and reaches the client whole."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
-                conn.sendall(b"hello " * 1000 + b"until close")
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        register(stack.agent.url, "raw", "raw-1", server.getsockname()[1])
-        wait_for(lambda: httpx.get(f"{stack.url}/raw/x").status_code == 200, timeout=10, what="raw route")
-        resp = httpx.get(f"{stack.url}/raw/x")
-        assert resp.content == b"hello " * 1000 + b"until close"
-        assert resp.headers["transfer-encoding"] == "chunked"
-    finally:
-        server.close()
-
-
-def test_answer_cut_short_is_retried_elsewhere_for_gets(stack: Stack) -> None:
-    """An instance that dies halfway through an answer costs a GET nothing: it is retried on another."""
+def raw_upstream(reply: bytes) -> socket.socket:
+    """A loopback upstream that reads one request per connection, sends `reply` and closes."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -418,9 +390,32 @@ def test_answer_cut_short_is_retried_elsewhere_for_gets(stack: Stack) -> None:
                 return
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhal")
+                conn.sendall(reply)
 
     threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_close_delimited_response_is_passed_whole(stack: Stack) -> None:
+    """An upstream answer with neither length nor chunking ends at the close, and reaches the client whole."""
+    server = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        + b"hello " * 1000
+        + b"until close"
+    )
+    try:
+        register(stack.agent.url, "raw", "raw-1", server.getsockname()[1])
+        wait_for(lambda: httpx.get(f"{stack.url}/raw/x").status_code == 200, timeout=10, what="raw route")
+        resp = httpx.get(f"{stack.url}/raw/x")
+        assert resp.content == b"hello " * 1000 + b"until close"
+        assert resp.headers["transfer-encoding"] == "chunked"
+    finally:
+        server.close()
+
+
+def test_answer_cut_short_is_retried_elsewhere_for_gets(stack: Stack) -> None:
+    """An instance that dies halfway through an answer costs a GET nothing: it is retried on another."""
+    server = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhal")
     try:
         register(stack.agent.url, "half", "half-bad", server.getsockname()[1])
         register(stack.agent.url, "half", "half-good", stack.a.port)

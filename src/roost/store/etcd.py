@@ -38,7 +38,7 @@ import orjson
 
 from roost.config import AgentConfig
 from roost.errors import Conflict, StoreUnavailable, ValidationError
-from roost.store.etcd_gateway import (
+from roost.etcd_gateway import (
     NOT_FOUND,
     EtcdError,
     EtcdUnreachable,
@@ -85,7 +85,7 @@ class KeyMap:
         self.roost = f"{self.prefix}/roost/"
         # One range covers both subtrees: "/roost/" sorts before "/services/".
         self.start = self.roost
-        self.end = prefix_end(self.services)
+        self.end = prefix_end(self.services).decode()
 
     def to_etcd(self, key: str) -> str:
         if key.startswith(SERVICES):

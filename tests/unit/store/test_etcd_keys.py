@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from roost.errors import ValidationError
+from roost.etcd_gateway import Gateway, b64, prefix_end
 from roost.store.etcd import EtcdStore, KeyMap, parse_endpoints
-from roost.store.etcd_gateway import Gateway, b64, prefix_end
 from roost.store.protocol import Change
 
 
@@ -47,7 +47,8 @@ def test_one_range_covers_both_subtrees_and_nothing_past_services() -> None:
         assert keys.start <= key < keys.end
     assert not keys.start <= "/team/zzz" < keys.end
     assert not keys.start <= "/registry/pods/x" < keys.end
-    assert prefix_end("/a/") == "/a0"
+    assert prefix_end("/a/") == b"/a0"
+    assert prefix_end(b"a\xff") == b"b"
 
 
 def _event(key: str, revision: int, value: bytes | None = None, lease: int = 0) -> dict[str, object]:

@@ -5,7 +5,8 @@ any other fields, which become :attr:`Instance.meta`; ``weight`` and ``tags`` ar
 present). Records written by roost's own etcd store (``address`` beside ``host``) read the same.
 
 This talks to etcd's v3 JSON gateway (``/v3/kv/range``, ``/v3/watch``, ``/v3/lease/*``; keys and
-values base64) over aiohttp rather than through an etcd client library: python-etcd3 pins old
+values base64) through roost's own small client for it (:mod:`roost.etcd_gateway`, shared with the
+agent's etcd store) rather than through an etcd client library: python-etcd3 pins old
 protobuf/grpc generated code that fails to import with current protobuf releases (the
 "Descriptors cannot be created directly" error) and has had no release since 2020, and the other
 asyncio etcd clients bring grpcio and protobuf pins. The gateway is part of every etcd 3.4+ server
@@ -14,36 +15,14 @@ and needs nothing beyond the HTTP client the library already has.
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import aiohttp
-
 from roost.client.instance import Instance
-from roost.client.tls import default_ssl_context
 from roost.errors import Unavailable
-
-
-def b64(text: str | bytes) -> str:
-    data = text.encode() if isinstance(text, str) else text
-    return base64.b64encode(data).decode()
-
-
-def unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that selects every key starting with ``prefix`` (etcd's GetPrefixRangeEnd)."""
-    end = bytearray(prefix)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\0"
+from roost.etcd_gateway import EtcdError, EtcdUnreachable, Gateway, b64, prefix_end, unb64
 
 
 def parse_record(service: str, key: bytes, value: bytes) -> Instance | None:
@@ -79,83 +58,59 @@ def parse_record(service: str, key: bytes, value: bytes) -> Instance | None:
 
 
 class EtcdGateway:
-    """A small async client for etcd's v3 JSON gateway, tried endpoint by endpoint (aiohttp, for the
-    same reason as :class:`~roost.client.strategies.consul.ConsulStrategy`)."""
+    """The etcd calls the client library makes, over the shared JSON-gateway client
+    (:mod:`roost.etcd_gateway`: pooled aiohttp, failover across endpoints), with etcd's errors
+    turned into :class:`~roost.errors.Unavailable`."""
 
     def __init__(self, endpoints: Sequence[str] | str, *, timeout: float = 5.0) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
-        self.endpoints = [e.strip().rstrip("/") for e in endpoints if e.strip()]
-        self.endpoints = [e if "://" in e else "http://" + e for e in self.endpoints]
-        if not self.endpoints:
+        urls = [e.strip().rstrip("/") for e in endpoints if e.strip()]
+        urls = [e if "://" in e else "http://" + e for e in urls]
+        if not urls:
             raise ValueError("no etcd endpoint given")
-        random.shuffle(self.endpoints)  # spread clients over the cluster
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout)
-        self._pool: aiohttp.ClientSession | None = None
+        random.shuffle(urls)  # spread clients over the cluster
+        self.gateway = Gateway(urls, timeout=timeout, connect_timeout=min(timeout, 1.0))
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._pool is None or self._pool.closed:
-            self._pool = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=default_ssl_context())
-            )
-        return self._pool
+    @property
+    def endpoints(self) -> list[str]:
+        return self.gateway.endpoints
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        last: Exception | None = None
-        for i, endpoint in enumerate(list(self.endpoints)):
-            try:
-                async with self._http().post(endpoint + path, json=body, timeout=self._timeout) as resp:
-                    status, raw = resp.status, await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = exc
-                continue
-            if status != 200:
-                raise Unavailable(f"etcd at {endpoint}{path} answered {status}: {raw[:200]!r}")
-            if i:  # remember the endpoint that worked
-                self.endpoints.insert(0, self.endpoints.pop(i))
-            data: dict[str, Any] = json.loads(raw)
-            return data
-        raise Unavailable(f"no etcd endpoint answered ({', '.join(self.endpoints)}): {last!r}")
+        try:
+            return await self.gateway.call(path, body)
+        except (EtcdError, EtcdUnreachable) as exc:
+            raise Unavailable(f"etcd {path}: {exc}") from exc
 
     async def range_prefix(self, prefix: str) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Every key under ``prefix``: ``(revision, [(key, value), ...])``."""
-        raw = prefix.encode()
-        data = await self.call("/v3/kv/range", {"key": b64(raw), "range_end": b64(prefix_end(raw))})
+        data = await self.call("/v3/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
         revision = int(data.get("header", {}).get("revision", 0))
         kvs = [(unb64(kv["key"]), unb64(kv.get("value", ""))) for kv in data.get("kvs", ())]
         return revision, kvs
 
     async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[list[dict[str, Any]]]:
         """Yield the event lists of a prefix watch from ``start_revision`` until the stream ends."""
-        raw = prefix.encode()
         body = {
             "create_request": {
-                "key": b64(raw),
-                "range_end": b64(prefix_end(raw)),
+                "key": b64(prefix),
+                "range_end": b64(prefix_end(prefix)),
                 "start_revision": start_revision,
                 "progress_notify": True,
             }
         }
-        endpoint = self.endpoints[0]
         try:
-            async with self._http().post(
-                endpoint + "/v3/watch", json=body, timeout=self._stream_timeout
-            ) as resp:
-                if resp.status != 200:
-                    raise Unavailable(f"etcd watch at {endpoint} answered {resp.status}")
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
-                    msg = json.loads(line)
-                    if "error" in msg:
-                        raise Unavailable(f"etcd watch failed: {msg['error']}")
+            async with self.gateway.stream("/v3/watch", body) as messages:
+                async for msg in messages:
                     result = msg.get("result", {})
                     if result.get("canceled") or result.get("compact_revision"):
-                        raise Unavailable(f"etcd watch cancelled: {result.get('cancel_reason', 'compacted')}")
+                        reason = result.get("cancel_reason", "compacted")
+                        raise Unavailable(f"etcd watch cancelled: {reason}")
                     yield result.get("events") or []
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a bad or huge line
-            raise Unavailable(f"etcd watch at {endpoint} broke: {exc!r}") from exc
+        except (EtcdError, EtcdUnreachable) as exc:
+            self.gateway.rotate()
+            raise Unavailable(f"etcd watch broke: {exc}") from exc
+        self.gateway.rotate()
 
     async def grant(self, ttl: int) -> int:
         data = await self.call("/v3/lease/grant", {"TTL": ttl})
@@ -179,8 +134,7 @@ class EtcdGateway:
         await self.call("/v3/kv/deleterange", {"key": b64(key)})
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        await self.gateway.aclose()
 
 
 class EtcdStrategy:

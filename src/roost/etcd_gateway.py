@@ -1,5 +1,8 @@
 """The raw etcd v3 calls roost needs, over etcd's JSON gateway and one pooled aiohttp client.
 
+One client for both sides: the agent's etcd store (`roost.store.etcd`) and the client library's
+etcd strategy and registration (`roost.client.strategies.etcd`). It imports nothing from roost.
+
 Why the JSON gateway and not a gRPC client: the gateway is a stable, documented part of etcd's v3
 API (``/v3/...`` since etcd 3.4: the same protobuf messages as JSON, keys and values base64), and
 roost needs only six of its calls: range, txn, watch (a newline-delimited JSON stream), lease grant,
@@ -13,7 +16,7 @@ Why aiohttp and not httpx (which roost's client side uses): side by side against
 200/s through one httpx.AsyncClient, whose connection pool slows down as concurrency grows.
 
 Errors leave this module as two types: `EtcdError` (etcd answered with a gRPC error) and
-`EtcdUnreachable` (no endpoint answered). The store turns both into roost's errors.
+`EtcdUnreachable` (no endpoint answered). Their callers turn both into roost's errors.
 """
 
 from __future__ import annotations
@@ -60,10 +63,14 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def prefix_end(prefix: str) -> str:
-    """The range end that covers every key starting with `prefix` (etcd's "prefix + 1")."""
-    raw = prefix.encode()
-    return (raw[:-1] + bytes([raw[-1] + 1])).decode()
+def prefix_end(prefix: str | bytes) -> bytes:
+    """The range end that covers every key starting with `prefix` (etcd's GetPrefixRangeEnd)."""
+    end = bytearray(prefix.encode() if isinstance(prefix, str) else prefix)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\0"  # every key
 
 
 class Gateway:
