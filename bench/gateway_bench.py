@@ -2,12 +2,13 @@
 
     python bench/gateway_bench.py [--duration 10] [--rounds 3] [--connections 64]
 
-Starts everything on loopback from a temporary directory: one nginx (1 worker) serving a small static
-200 on two ports (the backends), a roost agent with both registered as service ``bench``, roost gateway
-(1 worker, and 2 workers), haproxy (1 thread, round robin, ``http-reuse always``) and nginx as a
-reverse proxy (1 worker, keepalive upstream). Every target is warmed up, then the rounds run every
-target once in turn (A B C, A B C, ...) so that noise hits them alike. Prints medians with
-[min-max], the ratio to haproxy, and the p50 latency added over going to a backend directly.
+Starts everything on loopback from a temporary directory: one nginx (1 worker) serving a small
+static 200 on two ports (the backends), a roost agent with both registered as service ``bench``,
+roost gateway (1 worker, and 2 workers), haproxy (1 thread, and 2 threads, round robin,
+``http-reuse always``) and nginx as a reverse proxy (1 worker, keepalive upstream). Every target is
+warmed up, then the rounds run every target once in turn (A B C, A B C, ...) so that noise hits
+them alike. Prints medians with [min-max], the ratio to haproxy, the like-for-like ratios (1 worker
+to 1 thread, 2 workers to 2 threads), and the p50 latency added over going to a backend directly.
 Needs: wrk, nginx, haproxy (Debian packages wrk, nginx-light, haproxy).
 """
 
@@ -95,7 +96,9 @@ class Stack:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
         self.backends = [free_port(), free_port()]
-        self.ports = {name: free_port() for name in ("haproxy", "nginx", "roost", "roost2", "agent")}
+        self.ports = {
+            name: free_port() for name in ("haproxy", "haproxy2", "nginx", "roost", "roost2", "agent")
+        }
 
     def spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
         out = open(self.tmp / log, "wb")  # noqa: SIM115 - closed with the process
@@ -127,9 +130,10 @@ http {{
   }}
 }}
 """)
-        (t / "haproxy.cfg").write_text(f"""
+        for name, threads in (("haproxy", 1), ("haproxy2", 2)):
+            (t / f"{name}.cfg").write_text(f"""
 global
-  nbthread 1
+  nbthread {threads}
   maxconn 4000
 defaults
   mode http
@@ -138,7 +142,7 @@ defaults
   timeout server 30s
   http-reuse always
 frontend fe
-  bind 127.0.0.1:{self.ports["haproxy"]}
+  bind 127.0.0.1:{self.ports[name]}
   default_backend be
 backend be
   balance roundrobin
@@ -148,6 +152,7 @@ backend be
         self.spawn([NGINX, "-p", str(t), "-c", str(t / "backends.conf")], "backends.log")
         self.spawn([NGINX, "-p", str(t), "-c", str(t / "proxy.conf")], "proxy.log")
         self.spawn([HAPROXY, "-f", str(t / "haproxy.cfg")], "haproxy.log")
+        self.spawn([HAPROXY, "-f", str(t / "haproxy2.cfg")], "haproxy2.log")
         py = sys.executable
         agent = f"127.0.0.1:{self.ports['agent']}"
         self.spawn(
@@ -191,6 +196,7 @@ backend be
         targets = {
             "direct (nginx backend)": f"http://127.0.0.1:{a}/",
             "haproxy": f"http://127.0.0.1:{self.ports['haproxy']}/",
+            "haproxy, 2 threads": f"http://127.0.0.1:{self.ports['haproxy2']}/",
             "nginx proxy": f"http://127.0.0.1:{self.ports['nginx']}/",
             "roost gateway, 1 worker": f"http://127.0.0.1:{self.ports['roost']}/bench/",
             "roost gateway, 2 workers": f"http://127.0.0.1:{self.ports['roost2']}/bench/",
@@ -291,6 +297,17 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> None:
             f"| {statistics.median(ratios):.0%} [{min(ratios):.0%}-{max(ratios):.0%}] "
             f"| {p50:.2f} | {p50 - direct_p50:+.2f} | {statistics.median(r.p99):.2f} "
             f"| {idle:.3f} | {idle - direct_idle:+.3f} | {statistics.median(r.idle_p99):.3f} | {r.errors} |"
+        )
+    pairs = [
+        ("roost gateway, 1 worker", "haproxy"),
+        ("roost gateway, 2 workers", "haproxy, 2 threads"),
+    ]
+    print()
+    for ours, theirs in pairs:  # like for like: the same number of cores offered to each
+        ratios = [a / b for a, b in zip(results[ours].rps, results[theirs].rps, strict=True)]
+        print(
+            f"{ours} / {theirs}: {med[ours] / med[theirs]:.0%} of the medians, per round "
+            f"{statistics.median(ratios):.0%} [{min(ratios):.0%}-{max(ratios):.0%}]"
         )
 
 

@@ -72,6 +72,8 @@ class Agent:
             http="httptools",
             loop="none",
             timeout_keep_alive=65,
+            proxy_headers=False,  # the API never looks at the client address: skip the middleware
+            server_header=False,
             timeout_graceful_shutdown=2,
             backlog=4096,
         )

@@ -60,6 +60,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
                 )
             register(http, {"ID": "db1", "Name": "db", "Address": "fd00::1", "Port": 5432})
             register(http, {"ID": "local1", "Name": "local", "Port": 7000})  # no address: the node's
+            register(http, {"ID": "ext1", "Name": "ext", "Address": "db.example.internal", "Port": 5432})
             for i in range(35):
                 register(
                     http, {"ID": f"big{i}", "Name": "big", "Address": f"10.1.0.{i + 1}", "Port": 9000 + i}
@@ -131,6 +132,15 @@ def test_aaaa_records(agent: AgentProcess) -> None:
     assert status(out) == "NOERROR" and "ANSWER: 0" in out and "SOA" in out
     with pytest.raises(dns.resolver.NoAnswer):
         resolver(agent).resolve("db.service.consul", "A")
+
+
+def test_host_name_address_is_a_cname(agent: AgentProcess) -> None:
+    """An instance registered with a host name is answered with a CNAME to it, as Consul does."""
+    out = dig(agent, "ext.service.consul", "A")
+    assert status(out) == "NOERROR"
+    assert re.search(r"ext\.service\.consul\.\s+\d+\s+IN\s+CNAME\s+db\.example\.internal\.", out), out
+    srv = dig(agent, "_ext._tcp.service.consul", "SRV")
+    assert re.search(r"SRV\s+1 \d+ 5432 db\.example\.internal\.", srv), srv
 
 
 def test_tag_filters(agent: AgentProcess) -> None:

@@ -45,6 +45,7 @@ SRV = dns.rdatatype.SRV
 SOA = dns.rdatatype.SOA
 NS = dns.rdatatype.NS
 ANY = dns.rdatatype.ANY
+CNAME = dns.rdatatype.CNAME
 IN = dns.rdataclass.IN
 
 _VERSIONS: dict[int, tuple[int, ...]] = {A: (4,), AAAA: (6,), ANY: (4, 6)}  # IP versions per qtype
@@ -286,12 +287,28 @@ class _Lookup:
         return units
 
     def address_units(self, addresses: Sequence[str], ttl: int) -> list[Unit]:
+        """One A/AAAA record per distinct IP address. Instances registered with a host name
+        instead of an IP are answered, as Consul does, by a CNAME to that name, but only when no
+        instance has an IP (a CNAME may not stand beside other records) and only one: the first
+        in name order, so the answer stays the same from one query to the next."""
         wanted: tuple[int, ...] = _VERSIONS.get(self.qtype, ())
         seen: dict[IPAddress, None] = {}
+        hosts: list[dns.name.Name] = []
+        any_ip = False
         for text in addresses:
             ip = _ip(text)
-            if ip is not None and ip.version in wanted:
-                seen[ip] = None  # one record per address: an RRset is a set
+            if ip is None:
+                try:
+                    hosts.append(dns.name.from_text(text))
+                except dns.exception.DNSException:
+                    continue  # neither an address nor a usable name
+            else:
+                any_ip = True
+                if ip.version in wanted:
+                    seen[ip] = None  # one record per address: an RRset is a set
+        if not any_ip and hosts:
+            target = min(hosts)
+            return [Unit(dns.rrset.from_text(self.qname, ttl, IN, CNAME, target.to_text()))]
         return [
             Unit(dns.rrset.from_text(self.qname, ttl, IN, A if ip.version == 4 else AAAA, str(ip)))
             for ip in seen
