@@ -5,10 +5,14 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint install
 
-$(BIN)/roost: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+SOURCES := pyproject.toml setup.py $(shell find src -name '*.py' -o -name py.typed)
+
+# A regular (not editable) install: the gateway's data path is compiled with mypyc (setup.py),
+# and the tests run what a user's `pip install` gets. Editing src/ reinstalls on the next make.
+$(BIN)/roost: $(SOURCES)
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q '.[test]'
 	touch $@
 
 install: $(BIN)/roost
@@ -17,8 +21,8 @@ run: $(BIN)/roost
 	$(BIN)/roost agent --data-dir roost-data
 
 lint: $(BIN)/roost
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check setup.py src tests bench
+	$(BIN)/ruff format --check setup.py src tests bench
 	$(BIN)/mypy
 
 test: $(BIN)/roost

@@ -44,7 +44,8 @@ class AccessLog:
                 sys.stdout.flush()
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view) :]
+                written = os.write(self._fd, view)  # not inside the slice: see setup.py
+                view = view[written:]
         except OSError:
             pass
 
