@@ -10,6 +10,7 @@ SOURCES := pyproject.toml setup.py $(shell find src -name '*.py' -o -name py.typ
 # A regular (not editable) install: the gateway's data path is compiled with mypyc (setup.py),
 # and the tests run what a user's `pip install` gets. Editing src/ reinstalls on the next make.
 $(BIN)/roost: $(SOURCES)
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || ./scripts/apt-install python3-venv
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q '.[test]'
