@@ -26,7 +26,7 @@ import base64
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -151,6 +151,17 @@ class Gateway:
         ) as resp:
             return _decode(resp.status, await resp.read())
 
+    def _in_turn(self) -> Iterator[tuple[int, str]]:
+        """Each endpoint once, starting at the one that answered last."""
+        count = len(self.endpoints)
+        for attempt in range(count):
+            index = (self._current + attempt) % count
+            yield index, self.endpoints[index]
+
+    async def _log_in(self, endpoint: str) -> None:
+        if self._username and not self._token:
+            await self._authenticate(endpoint)
+
     async def _authenticate(self, endpoint: str) -> None:
         self._token = ""
         data = await self._post(
@@ -172,13 +183,9 @@ class Gateway:
         if timeout is not None:
             limit = aiohttp.ClientTimeout(total=timeout, sock_connect=self._timeout.sock_connect)
         errors: list[str] = []
-        count = len(self.endpoints)
-        for attempt in range(count):
-            index = (self._current + attempt) % count
-            endpoint = self.endpoints[index]
+        for index, endpoint in self._in_turn():
             try:
-                if self._username and not self._token:
-                    await self._authenticate(endpoint)
+                await self._log_in(endpoint)
                 try:
                     data = await self._post(endpoint, path, payload, limit)
                 except EtcdError as exc:
@@ -216,14 +223,10 @@ class Gateway:
         The stream asks for a leader (gRPC metadata ``hasleader``): a member cut off from the
         quorum cancels it, so the caller reconnects elsewhere instead of waiting in silence."""
         payload = orjson.dumps(body)
-        count = len(self.endpoints)
         errors: list[str] = []
-        for attempt in range(count):
-            index = (self._current + attempt) % count
-            endpoint = self.endpoints[index]
+        for index, endpoint in self._in_turn():
             try:
-                if self._username and not self._token:
-                    await self._authenticate(endpoint)
+                await self._log_in(endpoint)
                 # A hung member still accepts TCP connections (the kernel does): bound the wait
                 # for the answer's head, and only then let the stream idle without a limit.
                 resp = await asyncio.wait_for(

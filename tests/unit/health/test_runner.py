@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from roost.catalog.catalog import Catalog
 from roost.config import AgentConfig
@@ -26,13 +28,17 @@ class ScriptedProbes(Probes):
         return ProbeResult(status, f"probe {self.calls}: {status.value}")
 
 
-async def started(probes: Probes) -> tuple[Catalog, HealthRunner]:
+@contextlib.asynccontextmanager
+async def running(probes: Probes) -> AsyncIterator[Catalog]:
     catalog = Catalog(MemoryStore(), node="n1")
     await catalog.start()
-    await asyncio.sleep(0.01)  # let the catalog's follower subscribe before the first write
     runner = HealthRunner(catalog, config=AgentConfig(node_name="n1", flap_threshold=0), probes=probes)
     await runner.start()
-    return catalog, runner
+    try:
+        yield catalog
+    finally:
+        await runner.stop()
+        await catalog.stop()
 
 
 def http_check(interval: float, **kw: object) -> CheckDefinition:
@@ -50,8 +56,7 @@ def http_check(interval: float, **kw: object) -> CheckDefinition:
 async def test_first_probe_right_after_registration() -> None:
     """A check registered with a long interval is probed at once, not one interval later."""
     probes = ScriptedProbes([Status.PASSING])
-    catalog, runner = await started(probes)
-    try:
+    async with running(probes) as catalog:
         await catalog.register(Service("s1", "web"), [http_check(60)])
         for _ in range(100):
             if catalog.check("c1").status is Status.PASSING:
@@ -59,16 +64,12 @@ async def test_first_probe_right_after_registration() -> None:
             await asyncio.sleep(0.01)
         assert catalog.check("c1").status is Status.PASSING
         assert probes.calls == 1
-    finally:
-        await runner.stop()
-        await catalog.stop()
 
 
 async def test_only_status_changes_move_the_index() -> None:
     """Repeated probes with the same status refresh the output without moving the index."""
     probes = ScriptedProbes([Status.PASSING])
-    catalog, runner = await started(probes)
-    try:
+    async with running(probes) as catalog:
         await catalog.register(Service("s1", "web"), [http_check(0.05)])
         while probes.calls < 2:
             await asyncio.sleep(0.01)
@@ -77,16 +78,12 @@ async def test_only_status_changes_move_the_index() -> None:
             await asyncio.sleep(0.01)
         assert catalog.state.index == index
         assert catalog.check("c1").output.startswith("probe ")
-    finally:
-        await runner.stop()
-        await catalog.stop()
 
 
 async def test_deregistering_stops_the_probes() -> None:
     """Removing the service cancels its check's task."""
     probes = ScriptedProbes([Status.PASSING])
-    catalog, runner = await started(probes)
-    try:
+    async with running(probes) as catalog:
         await catalog.register(Service("s1", "web"), [http_check(0.05)])
         while probes.calls < 2:
             await asyncio.sleep(0.01)
@@ -94,22 +91,15 @@ async def test_deregistering_stops_the_probes() -> None:
         calls = probes.calls
         await asyncio.sleep(0.2)
         assert probes.calls == calls
-    finally:
-        await runner.stop()
-        await catalog.stop()
 
 
 async def test_deregister_critical_service_after() -> None:
     """A check critical past DeregisterCriticalServiceAfter removes its service."""
     probes = ScriptedProbes([Status.CRITICAL])
-    catalog, runner = await started(probes)
-    try:
+    async with running(probes) as catalog:
         await catalog.register(Service("s1", "web"), [http_check(0.05, deregister_after=0.3)])
         for _ in range(200):
             if "s1" not in catalog.state.services:
                 break
             await asyncio.sleep(0.01)
         assert "s1" not in catalog.state.services
-    finally:
-        await runner.stop()
-        await catalog.stop()
