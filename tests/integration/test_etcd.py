@@ -52,6 +52,13 @@ async def test_registration_on_a_is_visible_on_b_and_wakes_its_watchers(
     async with httpx.AsyncClient(timeout=30) as http:
         entry = (await http.get(b.url + "/v1/health/service/web")).json()[0]
         assert entry["Service"]["Address"] == "10.0.0.1"
+        # The instance belongs to the node of the agent that accepted it, as in Consul.
+        assert entry["Node"]["Node"] == "a"
+        assert {c["Node"] for c in entry["Checks"]} == {"a"}
+        catalog = (await http.get(b.url + "/v1/catalog/service/web")).json()
+        assert [c["Node"] for c in catalog] == ["a"]
+        own = (await http.get(a.url + "/v1/health/service/web")).json()[0]
+        assert own["Node"]["Node"] == "a" and own["Node"]["ID"] == entry["Node"]["ID"]
         # The same index on both agents: it is etcd's revision.
         index_a = (await http.get(a.url + "/v1/health/service/web")).headers["x-consul-index"]
         index = (await http.get(b.url + "/v1/health/service/web")).headers["x-consul-index"]

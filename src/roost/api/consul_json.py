@@ -7,6 +7,7 @@ config files use: keys are compared with case and underscores folded (``TaggedAd
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -261,16 +262,26 @@ class Shapes:
         self.node = node
         self.address = address
         self.datacenter = datacenter
-        self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"roost-node.{node}"))
+        self.node_id = _node_id(node)
         self.tagged = {"lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address}
 
-    def node_json(self, index: int = 1) -> dict[str, Any]:
+    def owner(self, svc: Service | None) -> tuple[str, str]:
+        """The node an instance belongs to, and its address. With a shared store (etcd) that is the
+        agent that accepted the registration, as in Consul; this agent when unknown (instances
+        written straight into etcd), whose address is then the instance's own."""
+        if svc is None or not svc.owner or svc.owner == self.node:
+            return self.node, self.address
+        return svc.owner, svc.address or self.address
+
+    def node_json(self, index: int = 1, svc: Service | None = None) -> dict[str, Any]:
+        node, address = self.owner(svc)
+        tagged = self.tagged if node == self.node else {"lan": address, "wan": address}
         return {
-            "ID": self.node_id,
-            "Node": self.node,
-            "Address": self.address,
+            "ID": self.node_id if node == self.node else _node_id(node),
+            "Node": node,
+            "Address": address,
             "Datacenter": self.datacenter,
-            "TaggedAddresses": self.tagged,
+            "TaggedAddresses": tagged,
             "Meta": {"consul-network-segment": ""},
             "CreateIndex": 1,
             "ModifyIndex": max(index, 1),
@@ -296,13 +307,15 @@ class Shapes:
             out["Kind"] = svc.kind
         return out
 
-    def health_check(self, check: Check, svc: Service | None, index: Indexed | None) -> dict[str, Any]:
+    def health_check(
+        self, check: Check, svc: Service | None, index: Indexed | None, *, node: str = ""
+    ) -> dict[str, Any]:
         d = check.definition
         output = check.output
         if check.flapping:
             output = f"[flapping: holding {check.status.value}] {output}"
         out: dict[str, Any] = {
-            "Node": self.node,
+            "Node": node or self.owner(svc)[0],
             "CheckID": d.id,
             "Name": d.name,
             "Status": check.status.value,
@@ -348,12 +361,13 @@ class Shapes:
 
     def catalog_service(self, entry: Entry) -> dict[str, Any]:
         svc = entry.service
+        node = self.node_json(svc=svc)
         out: dict[str, Any] = {
-            "ID": self.node_id,
-            "Node": self.node,
-            "Address": self.address,
+            "ID": node["ID"],
+            "Node": node["Node"],
+            "Address": node["Address"],
             "Datacenter": self.datacenter,
-            "TaggedAddresses": self.tagged,
+            "TaggedAddresses": node["TaggedAddresses"],
             "NodeMeta": {"consul-network-segment": ""},
             "ServiceKind": svc.kind,
             "ServiceID": svc.id,
@@ -378,11 +392,20 @@ class Shapes:
         service = self.agent_service(svc)
         service["CreateIndex"] = entry.index.create_index
         service["ModifyIndex"] = entry.index.modify_index
+        node = self.node_json(svc=svc)
         return {
-            "Node": self.node_json(),
+            "Node": node,
             "Service": service,
             "Checks": [
-                self.health_check(c, svc if c.service_id else None, check_indexes.get("checks/" + c.id))
+                # node checks (serfHealth) are reported as the instance's own node's
+                self.health_check(
+                    c, svc if c.service_id else None, check_indexes.get("checks/" + c.id), node=node["Node"]
+                )
                 for c in entry.checks
             ],
         }
+
+
+@functools.cache
+def _node_id(node: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"roost-node.{node}"))
