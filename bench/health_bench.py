@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,14 +141,26 @@ async def compare_clients(port: int, requests: int, rounds: int) -> dict[str, li
         async with sem:
             await client.get(url, timeout=5)
 
-    results: dict[str, list[float]] = {"roost http11": [], "httpx.AsyncClient": []}
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+
+    async def via_aiohttp() -> None:
+        async with sem, session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            await resp.read()
+
+    contenders = (
+        ("roost http11", lean),
+        ("httpx.AsyncClient", via_httpx),
+        ("aiohttp.ClientSession", via_aiohttp),
+    )
+    results: dict[str, list[float]] = {name: [] for name, _ in contenders}
     for _ in range(rounds):
-        for name, one in (("roost http11", lean), ("httpx.AsyncClient", via_httpx)):
+        for name, one in contenders:
             await asyncio.gather(*(one() for _ in range(200)))  # warm
             cpu = time.process_time()
             await asyncio.gather(*(one() for _ in range(requests)))
             results[name].append(requests / (time.process_time() - cpu))
     await client.aclose()
+    await session.close()
     pool.close()
     return results
 
@@ -259,8 +272,9 @@ def main() -> None:
         clients = asyncio.run(compare_clients(port, args.client_requests, args.rounds))
         for name, values in clients.items():
             print(f"  {name:18} median {statistics.median(values):8.0f}  {[round(v) for v in values]}")
-        ratio = statistics.median(clients["roost http11"]) / statistics.median(clients["httpx.AsyncClient"])
-        print(f"  ratio roost/httpx: {ratio:.1f}x")
+        ours = statistics.median(clients["roost http11"])
+        for peer in ("httpx.AsyncClient", "aiohttp.ClientSession"):
+            print(f"  ratio roost/{peer}: {ours / statistics.median(clients[peer]):.1f}x")
         if args.clients_only:
             return
         agent, url = start_agent(data_dir, args.store)
