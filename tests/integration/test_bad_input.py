@@ -75,6 +75,7 @@ def test_bad_query_parameters_are_400(agent: AgentProcess) -> None:
         ("wait=abc&index=1", "wait"),
         ("index=-1", "index"),
         ("index=x", "index"),
+        ("index=18446744073709551616", "index"),  # 2**64: no longer a Consul index
         ("passing=maybe", "passing"),
     ]:
         r = httpx.get(f"{agent.url}/v1/health/service/web?{query}")

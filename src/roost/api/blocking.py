@@ -45,6 +45,8 @@ def parse_index(value: str | None) -> int:
         raise ValidationError(f"index must be a non-negative integer, got {value!r}", field="index") from None
     if index < 0:
         raise ValidationError("index must not be negative", field="index")
+    if index >= 2**64:
+        raise ValidationError(f"index must fit in 64 bits (as Consul's), got {value!r}", field="index")
     return index
 
 
