@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -162,3 +164,34 @@ def test_self_leader_and_replace_existing_checks(agent: AgentProcess) -> None:
         **{"replace-existing-checks": "true"},
     )
     assert set(httpx.get(agent.url + "/v1/agent/checks").json()) == {"a"}
+
+
+def test_filter_expressions(agent: AgentProcess) -> None:
+    """?filter= narrows list answers with Consul's expression language, blocking queries included."""
+    for n, version in enumerate(["1", "2", "2"]):
+        body = {"Name": "f", "ID": f"f-{n}", "Port": 100 + n, "Tags": [f"t{n}"], "Meta": {"version": version}}
+        put(agent, "/v1/agent/service/register", body)
+
+    def get(path: str, expression: str, **params: str) -> httpx.Response:
+        r = httpx.get(agent.url + path, params={"filter": expression, **params}, timeout=10)
+        assert r.status_code == 200, r.text
+        return r
+
+    got = get("/v1/health/service/f", 'Service.Meta.version == "2" and "t2" not in Service.Tags').json()
+    assert [e["Service"]["ID"] for e in got] == ["f-1"]
+    got = get("/v1/catalog/service/f", "ServicePort != 101").json()
+    assert sorted(e["ServiceID"] for e in got) == ["f-0", "f-2"]
+    assert list(get("/v1/agent/services", '"t0" in Tags').json()) == ["f-0"]
+    assert get("/v1/catalog/services", 'ServiceMeta.version == "2"').json() == {"f": ["t1", "t2"]}
+    assert get("/v1/health/checks/f", "Status == passing").json() == []  # no checks registered
+    # A blocking query with a filter wakes on the service's change and answers filtered.
+    index = get("/v1/health/service/f", "Service.Meta.version == 3").headers["x-consul-index"]
+    assert get("/v1/health/service/f", "Service.Meta.version == 3").json() == []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            get, "/v1/health/service/f", "Service.Meta.version == 3", index=index, wait="10s"
+        )
+        time.sleep(0.3)
+        assert not waiting.done()
+        put(agent, "/v1/agent/service/register", {"Name": "f", "ID": "f-3", "Meta": {"version": "3"}})
+        assert [e["Service"]["ID"] for e in waiting.result(timeout=10).json()] == ["f-3"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from roost.api.endpoints import Endpoints
 from roost.api.errors import MethodNotAllowed, status_for
 from roost.api.http import Receive, Request, Response, Router, Scope, Send, parse_query, text_response
-from roost.errors import RoostError, ValidationError
+from roost.errors import RoostError
 
 if TYPE_CHECKING:
     from roost.catalog.catalog import Catalog
@@ -51,18 +51,10 @@ class AgentApp:
             if handler is None:
                 allowed = " ".join(sorted(table))
                 raise MethodNotAllowed(f"method {method} not allowed (use {allowed})")
-            query = parse_query(scope.get("query_string", b""))
-            if any(v.strip() for v in query.get("filter", ())):
-                # Answering unfiltered would hand a caller instances it asked to leave out.
-                raise ValidationError(
-                    "filter expressions (?filter=) are not supported by roost; use ?tag= or "
-                    "filter on the client",
-                    field="filter",
-                )
             request = Request(
                 method,
                 scope["path"],
-                query,
+                parse_query(scope.get("query_string", b"")),
                 dict(scope["headers"]),
                 receive,
                 self.config.max_body,

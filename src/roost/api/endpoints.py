@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from roost import __version__
 from roost.api.blocking import QueryCache, block
 from roost.api.consul_json import Fields, Shapes, parse_check_body, parse_service
+from roost.api.filtering import apply_filter, compile_filter
 from roost.api.http import Request, Response, Router, json_response
 from roost.catalog.waiters import CHECKS, NODES, SERVICES, service_topic
 from roost.errors import NotFound, ValidationError
@@ -105,7 +107,8 @@ class Endpoints:
 
     async def agent_services(self, req: Request) -> Response:
         index = await block(self.state, SERVICES, req.arg("index"), req.arg("wait"))
-        body = self.cache.get(
+        body = self._body(
+            req,
             ("agent-services",),
             self.state.topics.revision(SERVICES),
             lambda: {sid: self.shapes.agent_service(svc) for sid, svc in sorted(self.state.services.items())},
@@ -126,12 +129,23 @@ class Endpoints:
 
     async def agent_checks(self, req: Request) -> Response:
         index = await block(self.state, CHECKS, req.arg("index"), req.arg("wait"))
-        body = self.cache.get(
+        body = self._body(
+            req,
             ("agent-checks",),
             self.state.topics.revision(CHECKS),
             lambda: {cid: self._check_json(cid) for cid in sorted(self.state.checks)},
         )
         return self._indexed(body, index)
+
+    def _body(self, req: Request, key: tuple[Any, ...], revision: int, build: Callable[[], Any]) -> bytes:
+        """The cached answer for `key` at `revision`, narrowed by Consul's ?filter= if given."""
+        expression = req.arg("filter")
+        if expression and expression.strip():
+            predicate = compile_filter(expression)
+            return self.cache.get(
+                (*key, "filter", expression), revision, lambda: apply_filter(predicate, build())
+            )
+        return self.cache.get(key, revision, build)
 
     def _check_json(self, check_id: str) -> dict[str, object]:
         check = self.state.checks[check_id]
@@ -222,17 +236,34 @@ class Endpoints:
 
     async def catalog_services(self, req: Request) -> Response:
         index = await block(self.state, SERVICES, req.arg("index"), req.arg("wait"))
-        body = self.cache.get(
-            ("catalog-services",), self.state.topics.revision(SERVICES), self.state.service_names
-        )
-        return self._indexed(body, index)
+        expression = req.arg("filter")
+        if not (expression and expression.strip()):
+            body = self.cache.get(
+                ("catalog-services",), self.state.topics.revision(SERVICES), self.state.service_names
+            )
+            return self._indexed(body, index)
+        predicate = compile_filter(expression)
+
+        def build() -> dict[str, list[str]]:
+            # As Consul: the filter sees each instance (ServiceName, ServiceTags, ServiceMeta, ...)
+            names: dict[str, dict[str, None]] = {}
+            for name in sorted({svc.name for svc in self.state.services.values()}):
+                for entry in self.state.instances(name):
+                    shaped = self.shapes.catalog_service(entry)
+                    if predicate(shaped):
+                        names.setdefault(entry.service.name, {}).update(dict.fromkeys(entry.service.tags))
+            return {name: sorted(tags) for name, tags in sorted(names.items())}
+
+        key = ("catalog-services", "filter", expression)
+        return self._indexed(self.cache.get(key, self.state.topics.revision(SERVICES), build), index)
 
     async def catalog_service(self, req: Request) -> Response:
         name = self._param(req, "service name")
         tags = tuple(req.args("tag"))
         topic = service_topic(name)
         index = await block(self.state, topic, req.arg("index"), req.arg("wait"))
-        body = self.cache.get(
+        body = self._body(
+            req,
             ("catalog-service", name.lower(), tags),
             self.state.topics.revision(topic),
             lambda: [self.shapes.catalog_service(e) for e in self.state.instances(name, tags)],
@@ -262,7 +293,7 @@ class Endpoints:
             return [self.shapes.health_entry(e, self.state.indexes) for e in entries]
 
         key = ("health-service", name.lower(), tags, passing)
-        return self._indexed(self.cache.get(key, self.state.topics.revision(topic), build), index)
+        return self._indexed(self._body(req, key, self.state.topics.revision(topic), build), index)
 
     async def health_checks(self, req: Request) -> Response:
         name = self._param(req, "service name")
@@ -276,7 +307,7 @@ class Endpoints:
             return out
 
         return self._indexed(
-            self.cache.get(("health-checks", name.lower()), self.state.topics.revision(topic), build), index
+            self._body(req, ("health-checks", name.lower()), self.state.topics.revision(topic), build), index
         )
 
     async def health_state(self, req: Request) -> Response:
@@ -298,7 +329,7 @@ class Endpoints:
             return out
 
         return self._indexed(
-            self.cache.get(("health-state", state), self.state.topics.revision(CHECKS), build), index
+            self._body(req, ("health-state", state), self.state.topics.revision(CHECKS), build), index
         )
 
     async def health_node(self, req: Request) -> Response:
