@@ -171,8 +171,11 @@ def test_tcp_check(agent: AgentProcess) -> None:
         listener.close()
 
 
-def test_grpc_check(agent: AgentProcess) -> None:
-    """A gRPC check calls grpc.health.v1.Health/Check on a real grpcio server, with the service name."""
+@pytest.mark.parametrize("flags", [(), ("--check-allow-cidr", "127.0.0.0/8")], ids=["open", "cidr"])
+def test_grpc_check(start_agent: Callable[..., AgentProcess], flags: tuple[str, ...]) -> None:
+    """A gRPC check calls grpc.health.v1.Health/Check on a real grpcio server, with the service name;
+    with --check-allow-cidr it dials the address the policy approved."""
+    agent = start_agent(*flags)
     grpc = pytest.importorskip("grpc")
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 

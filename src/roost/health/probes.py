@@ -61,7 +61,7 @@ class Probes:
     def __init__(self, policy: CheckPolicy | None = None) -> None:
         self.policy = policy or CheckPolicy()
         self.http = HttpPool()
-        self._grpc: dict[tuple[str, bool], Any] = {}
+        self._grpc: dict[tuple[str, str, bool], Any] = {}
 
     async def run(self, definition: CheckDefinition, timeout: float | None = None) -> ProbeResult:
         timeout = probe_timeout(definition) if timeout is None else timeout
@@ -75,7 +75,7 @@ class Probes:
             if kind is CheckKind.TCP:
                 return await self._tcp(definition, timeout, connect_to)
             if kind is CheckKind.GRPC:
-                return await self._grpc_check(definition, timeout)
+                return await self._grpc_check(definition, timeout, connect_to)
             if kind is CheckKind.SCRIPT:
                 return await self._script(definition, timeout)
         except TargetRefused as exc:
@@ -139,7 +139,7 @@ class Probes:
         writer.transport.abort()  # no FIN handshake to wait for: the connect is the whole probe
         return ProbeResult(Status.PASSING, f"{what}: Success")
 
-    async def _grpc_check(self, d: CheckDefinition, timeout: float) -> ProbeResult:
+    async def _grpc_check(self, d: CheckDefinition, timeout: float, connect_to: str | None) -> ProbeResult:
         target, _, service = d.grpc.partition("/")
         what = f"gRPC check {d.grpc}"
         try:
@@ -151,13 +151,24 @@ class Probes:
                 f"{what}: gRPC checks need the grpcio and grpcio-health-checking packages "
                 "(pip install 'roost[grpc]')",
             )
-        channel = self._grpc.get((target, d.grpc_use_tls))
+        # With --check-allow-cidr, dial the address the policy approved for this probe (gRPC
+        # would otherwise resolve the name itself, maybe to another address), keeping the name
+        # as the authority and, with TLS, the name the certificate is checked against.
+        dial, options = target, []
+        if connect_to is not None:
+            host, port = split_target(target, 443 if d.grpc_use_tls else 80)
+            dial = f"[{connect_to}]:{port}" if ":" in connect_to else f"{connect_to}:{port}"
+            options = [("grpc.default_authority", target)]
+            if d.grpc_use_tls:
+                options.append(("grpc.ssl_target_name_override", host))
+        key = (dial, target, d.grpc_use_tls)
+        channel = self._grpc.get(key)
         if channel is None:
             if d.grpc_use_tls:
-                channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials())
+                channel = grpc.aio.secure_channel(dial, grpc.ssl_channel_credentials(), options=options)
             else:
-                channel = grpc.aio.insecure_channel(target)
-            self._grpc[(target, d.grpc_use_tls)] = channel
+                channel = grpc.aio.insecure_channel(dial, options=options)
+            self._grpc[key] = channel
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
