@@ -27,8 +27,9 @@ def agent_http_addr() -> str:
     return env("ROOST_HTTP_ADDR") or env("CONSUL_HTTP_ADDR") or DEFAULT_HTTP_ADDR
 
 
-def split_host_port(addr: str, default_port: int) -> tuple[str, int]:
-    """'127.0.0.1:8500', '[::1]:8500', 'localhost', ':8500' -> (host, port)."""
+def split_host_port(addr: str, default_port: int, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """'127.0.0.1:8500', '[::1]:8500', 'localhost', ':8500' -> (host, port). The one parser of
+    host:port text in roost (listen and agent addresses, resolvers, static instance lists)."""
     addr = addr.strip()
     for scheme in ("http://", "https://"):
         if addr.startswith(scheme):
@@ -43,7 +44,7 @@ def split_host_port(addr: str, default_port: int) -> tuple[str, int]:
         host, port = addr, ""
     if port and not port.isdigit():
         raise ValueError(f"bad port in address {addr!r}")
-    return host or "127.0.0.1", int(port) if port else default_port
+    return host or default_host, int(port) if port else default_port
 
 
 @dataclass(frozen=True)

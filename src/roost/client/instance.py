@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from roost.config import split_host_port
+
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -55,16 +57,8 @@ class Instance:
 def parse_hostport(service: str, value: str, *, default_port: int = 80) -> Instance:
     """``"10.0.0.1:8080"`` (or ``"[::1]:80"``, ``"host"``) -> an Instance with ``id`` = the text."""
     text = value.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    if port and not port.isdigit():
-        raise ValueError(f"bad port in {value!r}")
-    return Instance(service, text, host, int(port) if port else default_port)
+    host, port = split_host_port(text, default_port, default_host="")
+    return Instance(service, text, host, port)
 
 
 class ChangeKind(StrEnum):

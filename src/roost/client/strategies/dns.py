@@ -20,18 +20,8 @@ import dns.rdatatype
 import dns.resolver
 
 from roost.client.instance import Instance
+from roost.config import split_host_port
 from roost.errors import Unavailable
-
-
-def _split_server(server: str) -> tuple[str, int]:
-    server = server.strip()
-    if server.startswith("["):
-        host, _, rest = server[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 53
-    if server.count(":") == 1:
-        host, _, port = server.partition(":")
-        return host, int(port)
-    return server, 53
 
 
 def system_nameservers() -> list[str]:
@@ -67,7 +57,9 @@ class DnsStrategy:
         max_refresh: float = 30.0,
         timeout: float = 2.0,
     ) -> None:
-        self.servers = [_split_server(s) for s in (nameservers or system_nameservers())]
+        self.servers = [
+            split_host_port(s, 53, default_host="") for s in (nameservers or system_nameservers())
+        ]
         self.srv_name = srv_name
         self.a_name = a_name
         self.default_port = default_port
