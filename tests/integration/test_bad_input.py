@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -83,6 +85,16 @@ def test_bad_query_parameters_are_400(agent: AgentProcess) -> None:
         assert r.status_code == 400, query
         assert words in r.text
     assert httpx.get(agent.url + "/v1/health/state/sleepy").status_code == 400
+    # A bad filter on a blocking query is refused at once, not after the wait.
+    index = httpx.get(f"{agent.url}/v1/health/service/web").headers["x-consul-index"]
+    started = time.monotonic()
+    r = httpx.get(
+        f"{agent.url}/v1/health/service/web",
+        params={"index": index, "wait": "10s", "filter": "Service.ID = web"},
+        timeout=20,
+    )
+    assert r.status_code == 400 and "filter" in r.text
+    assert time.monotonic() - started < 5
 
 
 def test_wrong_method_and_path(agent: AgentProcess) -> None:

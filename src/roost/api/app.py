@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from roost.api.endpoints import Endpoints
 from roost.api.errors import MethodNotAllowed, status_for
+from roost.api.filtering import filter_arg
 from roost.api.http import Receive, Request, Response, Router, Scope, Send, parse_query, text_response
 from roost.errors import RoostError
 
@@ -60,6 +61,8 @@ class AgentApp:
                 self.config.max_body,
                 params,
             )
+            # A bad ?filter= is refused before a blocking query starts waiting, not after.
+            filter_arg(request.arg("filter"))
             return await handler(request)
         except RoostError as exc:
             return text_response(str(exc), status_for(exc))

@@ -11,7 +11,7 @@ import orjson
 from roost import __version__
 from roost.api.blocking import QueryCache, block
 from roost.api.consul_json import Fields, Shapes, parse_check_body, parse_service
-from roost.api.filtering import apply_filter, compile_filter
+from roost.api.filtering import Predicate, apply_filter, filter_arg
 from roost.api.http import Request, Response, Router, json_response
 from roost.catalog.waiters import CHECKS, NODES, SERVICES, service_topic
 from roost.errors import NotFound, ValidationError
@@ -139,13 +139,18 @@ class Endpoints:
 
     def _body(self, req: Request, key: tuple[Any, ...], revision: int, build: Callable[[], Any]) -> bytes:
         """The cached answer for `key` at `revision`, narrowed by Consul's ?filter= if given."""
-        expression = req.arg("filter")
-        if expression and expression.strip():
-            predicate = compile_filter(expression)
-            return self.cache.get(
-                (*key, "filter", expression), revision, lambda: apply_filter(predicate, build())
-            )
-        return self.cache.get(key, revision, build)
+        predicate, expression = self._filter(req)
+        if predicate is None:
+            return self.cache.get(key, revision, build)
+        return self.cache.get(
+            (*key, "filter", expression), revision, lambda: apply_filter(predicate, build())
+        )
+
+    @staticmethod
+    def _filter(req: Request) -> tuple[Predicate | None, str]:
+        """The compiled ?filter= expression (None when absent or blank), and its text."""
+        expression = req.arg("filter") or ""
+        return filter_arg(expression), expression
 
     def _check_json(self, check_id: str) -> dict[str, object]:
         check = self.state.checks[check_id]
@@ -236,23 +241,22 @@ class Endpoints:
 
     async def catalog_services(self, req: Request) -> Response:
         index = await block(self.state, SERVICES, req.arg("index"), req.arg("wait"))
-        expression = req.arg("filter")
-        if not (expression and expression.strip()):
+        predicate, expression = self._filter(req)
+        if predicate is None:
             body = self.cache.get(
                 ("catalog-services",), self.state.topics.revision(SERVICES), self.state.service_names
             )
             return self._indexed(body, index)
-        predicate = compile_filter(expression)
 
         def build() -> dict[str, list[str]]:
             # As Consul: the filter sees each instance (ServiceName, ServiceTags, ServiceMeta, ...)
-            names: dict[str, dict[str, None]] = {}
-            for name in sorted({svc.name for svc in self.state.services.values()}):
-                for entry in self.state.instances(name):
-                    shaped = self.shapes.catalog_service(entry)
-                    if predicate(shaped):
-                        names.setdefault(entry.service.name, {}).update(dict.fromkeys(entry.service.tags))
-            return {name: sorted(tags) for name, tags in sorted(names.items())}
+            kept = {
+                entry.service.id
+                for name in self.state.by_name
+                for entry in self.state.instances(name)
+                if predicate(self.shapes.catalog_service(entry))
+            }
+            return self.state.service_names(kept)
 
         key = ("catalog-services", "filter", expression)
         return self._indexed(self.cache.get(key, self.state.topics.revision(SERVICES), build), index)

@@ -56,6 +56,13 @@ def compile_filter(text: str) -> Predicate:
     return predicate
 
 
+def filter_arg(text: str | None) -> Predicate | None:
+    """The predicate of a ``?filter=`` argument; None when it is absent or blank."""
+    if text is None or not text.strip():
+        return None
+    return compile_filter(text)
+
+
 def apply_filter(predicate: Predicate, data: Any) -> Any:
     """Keep the elements of a list answer (or the values of a map answer) that match."""
     if isinstance(data, list):

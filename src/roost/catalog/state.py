@@ -6,7 +6,7 @@ Every read of the agent (HTTP, DNS, UI) is served from here. The state changes o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -219,13 +219,16 @@ class CatalogState:
             out.append(Entry(svc, checks, status, self.indexes[self.service_keys[service_id]]))
         return out
 
-    def service_names(self) -> dict[str, list[str]]:
-        """Each service name with the union of its instances' tags (Consul's /v1/catalog/services)."""
+    def service_names(self, only: Container[str] | None = None) -> dict[str, list[str]]:
+        """Each service name with the union of its instances' tags (Consul's /v1/catalog/services);
+        with `only`, counting just the instances whose IDs it holds."""
         out: dict[str, list[str]] = {}
         for ids in self.by_name.values():
             tags: dict[str, None] = {}
             name = ""
             for service_id in sorted(ids):
+                if only is not None and service_id not in only:
+                    continue
                 svc = self.services[service_id]
                 name = name or svc.name
                 tags.update(dict.fromkeys(svc.tags))
