@@ -56,13 +56,6 @@ class Topics:
         self._revision_counter += 1
         self._revision[topic] = self._revision_counter
 
-    def bump_all(self, prefix: str, index: int) -> None:
-        for topic in [t for t in self._index if t.startswith(prefix)]:
-            self.bump(topic, index)
-
-    def topics(self, prefix: str = "") -> list[str]:
-        return [t for t in self._index if t.startswith(prefix)]
-
     async def wait(self, topic: str, after: int, timeout: float) -> None:
         """Return when the topic's index passes `after`, or after `timeout` seconds."""
         if self.index(topic) > after or timeout <= 0 or self.closed:
